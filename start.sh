@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Set up (first run) and start the gateway in the background; returns once /health answers.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+INSTANCE="${INSTANCE_PATH:-$ROOT/instance}"
+PIDFILE="$INSTANCE/gateway.pid"
+LOG="$INSTANCE/logs/server.log"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "Creating .venv and installing requirements..."
+  "$PYTHON" -m venv .venv
+  .venv/bin/pip install --quiet --upgrade pip
+fi
+if [ ! -f .venv/.requirements-installed ] || [ requirements.txt -nt .venv/.requirements-installed ]; then
+  .venv/bin/pip install --quiet -r requirements.txt
+  touch .venv/.requirements-installed
+fi
+
+mkdir -p "$INSTANCE/logs"
+chmod 700 "$INSTANCE"
+
+if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "The gateway is already running (pid $(cat "$PIDFILE")); ./stop.sh stops it."
+  exit 0
+fi
+
+if [ -z "${ADMIN_API_KEY:-}" ]; then
+  KEYFILE="$INSTANCE/admin_api_key"
+  if [ ! -s "$KEYFILE" ]; then
+    (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$KEYFILE")
+    echo "Generated an admin API key (shown once; it is kept in $KEYFILE, mode 600):"
+    echo "  $(cat "$KEYFILE")"
+  fi
+  ADMIN_API_KEY=$(cat "$KEYFILE")
+  export ADMIN_API_KEY
+fi
+export INSTANCE_PATH="$INSTANCE"
+
+HOST="${HOST:-0.0.0.0}"
+PORT="${PORT:-8000}"
+export HOST PORT
+nohup .venv/bin/python wsgi.py >>"$LOG" 2>&1 &
+echo $! > "$PIDFILE"
+
+PROBE_HOST="$HOST"
+case "$PROBE_HOST" in 0.0.0.0|"") PROBE_HOST=127.0.0.1 ;; ::|"[::]") PROBE_HOST="[::1]" ;; esac
+for _ in $(seq 1 150); do
+  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    echo "The gateway exited during start-up. Last lines of $LOG:" >&2
+    tail -n 30 "$LOG" >&2
+    rm -f "$PIDFILE"
+    exit 1
+  fi
+  if .venv/bin/python - "$PROBE_HOST" "$PORT" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/health", timeout=1)
+PY
+  then
+    echo "Gateway running on http://$PROBE_HOST:$PORT (pid $(cat "$PIDFILE")); logs in $INSTANCE/logs/"
+    exit 0
+  fi
+  sleep 0.2
+done
+echo "The gateway did not answer /health within 30 s. Last lines of $LOG:" >&2
+tail -n 30 "$LOG" >&2
+exit 1
