@@ -11,7 +11,7 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 
-from webapp import create_app, start_background  # noqa: E402
+from webapp import create_app, start_background, stop_background  # noqa: E402
 from webapp.config import ConfigError  # noqa: E402
 
 try:
@@ -48,9 +48,7 @@ def serve() -> None:
     def shutdown() -> None:
         # Stop accepting, let requests in flight finish, hand the health lease back.
         server.stop(timeout=30)
-        checker = app.extensions.get("health_checker")
-        if checker is not None:
-            checker.stop()
+        stop_background(app)
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(shutdown))
     gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(shutdown))

@@ -69,10 +69,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logs.configure(app)
     db.init_app(app)
     requestio.init_app(app)
-    app.extensions["upstream"] = Upstream(app.config["ALLOWED_BACKEND_NETWORKS"])
+    upstream = Upstream(
+        app.config["ALLOWED_BACKEND_NETWORKS"],
+        pool_size=app.config["WORKER_CONNECTIONS"],
+        connect_timeout=app.config["CONNECT_TIMEOUT_SECONDS"],
+    )
+    app.extensions["upstream"] = upstream
     app.extensions["instance_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     from webapp.blueprints import admin, errors, status
+    from webapp.proxy import ProxyApp, V1Dispatcher
+    from webapp.services.routing import RoutingTable
+    from webapp.services.usage import make_recorder
 
     app.register_blueprint(errors.bp)
     app.register_blueprint(status.bp)
@@ -82,6 +90,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if database_url.startswith("sqlite"):
             sa.event.listen(db.engine, "connect", _sqlite_pragmas)
         db.create_all()
+        routing = RoutingTable(app)
+        routing.refresh()
+    usage = make_recorder(app)
+    app.extensions["routing"] = routing
+    app.extensions["usage"] = usage
+    # /v1 is served by a lean WSGI app in front of Flask (see webapp.proxy for why).
+    app.wsgi_app = V1Dispatcher(ProxyApp(app, routing, upstream, usage), app.wsgi_app)
     return app
 
 
@@ -89,9 +104,20 @@ def start_background(app: Flask) -> None:
     """Start the work that runs beside the requests (the health checker), once per process."""
     log = logging.getLogger("gateway.api")
     log.info("starting with settings: %s", effective_settings(app.config))
+    app.extensions["routing"].start()
+    app.extensions["usage"].start()
     if app.config["HEALTH_CHECKER_ENABLED"] and "health_checker" not in app.extensions:
         from webapp.services.health import HealthChecker
 
         checker = HealthChecker(app, app.extensions["instance_id"])
         app.extensions["health_checker"] = checker
         checker.start()
+
+
+def stop_background(app: Flask) -> None:
+    """Stop the background work: hand the lease back, write what is still queued."""
+    checker = app.extensions.pop("health_checker", None)
+    if checker is not None:
+        checker.stop()
+    app.extensions["routing"].stop()
+    app.extensions["usage"].stop()

@@ -53,6 +53,16 @@ def _parse_str(value: str) -> str:
     return value.strip()
 
 
+def _parse_rate_limit(value: str) -> str:
+    """An empty string (off) or a limit such as ``600/minute`` or ``10/second;500/hour``."""
+    text = value.strip()
+    if text:
+        from limits import parse_many
+
+        parse_many(text)
+    return text
+
+
 def _parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         chosen = value.strip().lower()
@@ -174,6 +184,71 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body accepted (bytes; `k`/`m` suffixes allowed), chunked bodies included.",
         1024,
         1024**3,
+    ),
+    Setting(
+        "ROUTING_STRATEGY",
+        _parse_choice("round_robin", "least_inflight"),
+        "round_robin",
+        "How a server is picked among the healthy ones: `round_robin` or `least_inflight`.",
+    ),
+    _seconds(
+        "ROUTING_REFRESH_SECONDS",
+        2,
+        "How often each process reloads its routing table from the database.",
+        0.2,
+        60,
+    ),
+    Setting(
+        "MAX_RETRY_ATTEMPTS",
+        int,
+        2,
+        "Other servers tried after a failure before the first byte (0 = no failover).",
+        0,
+        10,
+    ),
+    _seconds("CONNECT_TIMEOUT_SECONDS", 5, "Timeout to connect to a backend.", 0.1, 120),
+    _seconds(
+        "REQUEST_TIMEOUT_SECONDS",
+        300,
+        "Longest wait for the next byte from a backend (first token included).",
+        1,
+        3600,
+    ),
+    Setting(
+        "WORKER_CONNECTIONS",
+        int,
+        2000,
+        "Concurrent connections per worker; also the size of each backend connection pool.",
+        1,
+        100000,
+    ),
+    Setting(
+        "REQUIRE_CLIENT_AUTH",
+        _parse_bool,
+        False,
+        "Require `Authorization: Bearer <key>` with one of CLIENT_API_KEYS on `/v1`.",
+    ),
+    Setting(
+        "CLIENT_API_KEYS",
+        _parse_str,
+        "",
+        "Comma-separated client keys accepted on `/v1` (used when REQUIRE_CLIENT_AUTH is on).",
+        secret=True,
+    ),
+    Setting(
+        "RATE_LIMIT",
+        _parse_rate_limit,
+        "",
+        "Per client key (or per IP without a key) on `/v1`, e.g. `600/minute`; empty turns it off.",
+    ),
+    Setting(
+        "RATE_LIMIT_STORAGE_URL",
+        _parse_str,
+        "memory://",
+        "Where rate-limit counters live: `memory://` (per process) or `redis://host:6379`.",
+    ),
+    _seconds(
+        "USAGE_FLUSH_SECONDS", 1, "How often recorded usage is written to the database.", 0.1, 60
     ),
     Setting(
         "ALLOWED_BACKEND_NETWORKS",

@@ -121,3 +121,31 @@ class HealthLease(db.Model):
     last_cycle_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     last_cycle_ms: so.Mapped[float | None] = so.mapped_column(sa.Float)
     last_cycle_servers: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+
+
+class UsageRecord(db.Model):
+    """One proxied request: who asked which model, which server answered, tokens and timing.
+
+    Written in batches by the usage recorder, never on the request path. ``client`` is a
+    key id (``key:`` + a hash prefix) or an IP address, never a key.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (sa.Index("ix_usage_model_time", "model", "created_at"),)
+
+    id: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow, index=True)
+    request_id: so.Mapped[str] = so.mapped_column(sa.String(128))
+    endpoint: so.Mapped[str] = so.mapped_column(sa.String(32))
+    model: so.Mapped[str] = so.mapped_column(sa.String(100))
+    server_id: so.Mapped[str | None] = so.mapped_column(sa.String(36), index=True)
+    client: so.Mapped[str] = so.mapped_column(sa.String(64))
+    status: so.Mapped[int] = so.mapped_column(sa.Integer)
+    streamed: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
+    prompt_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    completion_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    total_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    latency_ms: so.Mapped[float] = so.mapped_column(sa.Float)
+    ttft_ms: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
+    error: so.Mapped[str | None] = so.mapped_column(sa.String(300))

@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 from webapp.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from webapp.models import HealthCheck, Server
 from webapp.requestio import read_json_body
-from webapp.services import health, lease, registry
+from webapp.services import health, lease, registry, usage
 from webapp.services.probe import ProbeResult
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -214,3 +214,10 @@ def stats():
         "last_cycle_servers": row.last_cycle_servers if row else None,
     }
     return jsonify(body)
+
+
+@bp.get("/usage")
+def usage_summary():
+    """Requests and tokens over the last ``days`` (default 7): totals, by model, server, day."""
+    days = _int_arg("days", 7, 1, 365)
+    return jsonify(usage.summary(days, request.args.get("model") or None))

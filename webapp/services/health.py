@@ -25,6 +25,15 @@ from webapp.services.probe import ProbeResult, probe_server
 log = logging.getLogger("gateway.health")
 
 LEASE_NAME = "health"
+
+
+def routing_changed() -> None:
+    """Tell this process's routing table that health changed (imported late: no cycle)."""
+    from webapp.services.routing import table_changed
+
+    table_changed()
+
+
 HISTORY_KEPT = 100
 
 
@@ -102,6 +111,32 @@ def record_result(server: Server, result: ProbeResult, source: str, reactivate: 
     )
 
 
+def record_passive_failure(server_id: str, reason: str) -> None:
+    """Live traffic saw a server fail: mark it unhealthy until a probe says otherwise.
+
+    Unlike a failed probe this does not count towards deactivation: a burst of client
+    traffic must not be able to deregister a server, and only probes bring one back.
+    """
+    server = db.session.get(Server, server_id)
+    if server is None or server.deleted_at is not None or not server.is_active:
+        return
+    now = utcnow()
+    if server.health_status != UNHEALTHY:
+        log.info(
+            "server %s (%s) %s -> unhealthy (live traffic): %s",
+            server.id,
+            server.model_name,
+            server.health_status,
+            reason,
+        )
+        server.health_status = UNHEALTHY
+        server.last_transition_at = now
+    server.last_error = reason
+    db.session.add(
+        HealthCheck(server_id=server.id, checked_at=now, ok=False, reason=reason, source="passive")
+    )
+
+
 def prune_history(server_ids: list[str]) -> None:
     """Keep only the newest HISTORY_KEPT checks of each server (caller commits)."""
     table = HealthCheck.__table__
@@ -125,6 +160,7 @@ def check_now(server: Server) -> ProbeResult:
     record_result(server, result, "forced", reactivate=True)
     prune_history([server.id])
     db.session.commit()
+    routing_changed()
     return result
 
 
@@ -153,6 +189,7 @@ def run_cycle() -> int:
             record_result(server, results[server.id], "probe", reactivate=False)
     prune_history([s.id for s in servers])
     db.session.commit()
+    routing_changed()
     return len(rows)
 
 

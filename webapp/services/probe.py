@@ -39,8 +39,10 @@ class ProbeResult:
     models: list[str] = field(default_factory=list)
 
 
-def describe_failure(exc: BaseException, timeout: float) -> str:
-    """A short, secret-free, address-free reason for a failed upstream call."""
+def describe_failure(
+    exc: BaseException, timeout: float, connect_timeout: float | None = None
+) -> str:
+    """A short, secret-free reason for a failed upstream call (only policy errors name hosts)."""
     if isinstance(exc, AddressRefused | BackendURLError):
         return str(exc)
     if isinstance(exc, NameResolutionError):
@@ -51,7 +53,7 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
             return "connection refused"
         return "cannot connect to the server"
     if isinstance(exc, ConnectTimeoutError):
-        return f"connect timed out after {timeout:g} s"
+        return f"connect timed out after {connect_timeout or timeout:g} s"
     if isinstance(exc, ReadTimeoutError | TimeoutError):
         return f"timed out after {timeout:g} s"
     if isinstance(exc, SSLError):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from webapp.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from webapp.extensions import db
 from webapp.models import HEALTH_STATES, HealthCheck, Server, utcnow
-from webapp.services import health, validation
+from webapp.services import health, routing, validation
 from webapp.services.netpolicy import AddressRefused, BackendURLError, resolve_and_check
 from webapp.services.probe import ProbeResult
 
@@ -100,6 +100,7 @@ def register(payload: Any) -> tuple[Server, ProbeResult]:
     health.record_result(server, result, "registration", reactivate=True)
     db.session.commit()
     log.info("registered server %s model=%s endpoint=%s", server.id, name, url)
+    routing.table_changed()
     return server, result
 
 
@@ -141,6 +142,7 @@ def update(server_id: str, payload: Any) -> tuple[Server, ProbeResult | None]:
         raise Conflict(f'model "{name}" at this endpoint is already registered') from None
     changes = ", ".join(sorted(changed)) or "no change"
     log.info("updated server %s (%s): %s", server.id, server.model_name, changes)
+    routing.table_changed()
     return server, result
 
 
@@ -151,6 +153,7 @@ def remove(server_id: str) -> Server:
     server.is_active = False
     db.session.commit()
     log.info("removed server %s (%s)", server.id, server.model_name)
+    routing.table_changed()
     return server
 
 
