@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask
-from urllib3.exceptions import HTTPError
 
 from webapp.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound
 from webapp.models import utcnow
@@ -32,7 +31,7 @@ from webapp.services.netpolicy import AddressRefused, BackendURLError
 from webapp.services.probe import describe_failure
 from webapp.services.routing import Candidate, RoutingTable
 from webapp.services.usage import extract_usage, token_counts
-from webapp.upstream import Upstream
+from webapp.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("gateway.proxy")
 
@@ -336,7 +335,6 @@ class ProxyApp:
                     headers=headers,
                     body=payload,
                     read_timeout=self.read_timeout,
-                    stream=stream,
                 )
             except Exception as exc:  # noqa: BLE001 - failure_reason re-raises bugs
                 inflight[candidate.id] -= 1
@@ -352,15 +350,15 @@ class ProxyApp:
             upstream_ms += (time.perf_counter() - sent) * 1000
             inflight[candidate.id] -= 1
             if status == 429:
-                self.routing.cooldown(candidate, response.headers.get("Retry-After"))
+                self.routing.cooldown(candidate, response.header("Retry-After"))
                 if number < len(tries):
                     reasons.append(f"server {candidate.id[:8]}: HTTP 429")
-                    self._discard(response, stream)
+                    response.close()
                     continue
             elif status >= 500:
                 reasons.append(f"server {candidate.id[:8]}: HTTP {status}")
                 self.routing.record_failure(candidate, f"HTTP {status} on a request")
-                self._discard(response, stream)
+                response.close()
                 continue
             return self._pass_through(start_response, response, candidate, state, upstream_ms)
         raise AllAttemptsFailed(f"every attempt failed ({len(reasons)}): " + "; ".join(reasons))
@@ -387,16 +385,10 @@ class ProxyApp:
         return json.dumps(changed, ensure_ascii=False, separators=(",", ":")).encode()
 
     @staticmethod
-    def _discard(response, stream: bool) -> None:
-        if stream:
-            response.close()
-        response.release_conn()
-
-    @staticmethod
     def _headers_from(response, candidate: Candidate, state: RequestState) -> list[tuple[str, str]]:
         headers = [
             (name, value)
-            for name, value in response.headers.items()
+            for name, value in response.headers
             if name.lower() not in HOP_HEADERS
         ]
         headers.append(("X-Gateway-Server-ID", candidate.id))
@@ -405,8 +397,7 @@ class ProxyApp:
 
     def _pass_through(self, start_response, response, candidate, state, upstream_ms):
         """A complete answer (non-streamed, or an error): status, body and type unchanged."""
-        data = response.data  # preloaded, or read now for an error answer to a stream
-        response.release_conn()
+        data = response.read()
         headers = self._headers_from(response, candidate, state)
         headers.append(("Content-Length", str(len(data))))
         elapsed = (time.perf_counter() - state.started) * 1000
@@ -488,16 +479,10 @@ class StreamRelay:
         start_response("200 OK", headers)
         return self
 
-    def _chunks(self) -> Iterator[bytes]:
-        response = self.response
-        if response.chunked:
-            return response.read_chunked(decode_content=False)
-        return iter(lambda: response.read1(65536), b"")
-
     def __iter__(self) -> Iterator[bytes]:
         state = self.state
         try:
-            for chunk in self._chunks():
+            for chunk in self.response.iter_body():
                 if self.ttft is None:
                     self.ttft = (time.perf_counter() - state.started) * 1000
                 if b'"usage"' in chunk:
@@ -507,7 +492,7 @@ class StreamRelay:
                         continue
                 yield chunk
             self.completed = True
-        except (HTTPError, OSError) as exc:
+        except (UpstreamError, OSError) as exc:
             self.error = describe_failure(exc, self.proxy.read_timeout)
             log.warning("server %s failed mid-stream: %s", self.candidate.id, self.error)
             event = {
@@ -531,7 +516,6 @@ class StreamRelay:
         if not self.completed:
             # The client left or the backend broke: close so the backend stops generating.
             self.response.close()
-        self.response.release_conn()
         error = self.error
         if not self.completed and error is None:
             error = "client disconnected"

@@ -11,18 +11,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NameResolutionError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
-
 from webapp.services.netpolicy import AddressRefused, BackendURLError, Network, resolve_and_check
-from webapp.upstream import Upstream
+from webapp.upstream import (
+    ConnectTimeout,
+    ReadTimeout,
+    Upstream,
+    UpstreamError,
+)
 
 MAX_MODELS_BODY = 4 * 1024 * 1024
 USER_AGENT = "multiverse-gateway-health/1"
@@ -45,22 +40,13 @@ def describe_failure(
     """A short, secret-free reason for a failed upstream call (only policy errors name hosts)."""
     if isinstance(exc, AddressRefused | BackendURLError):
         return str(exc)
-    if isinstance(exc, NameResolutionError):
-        return "cannot resolve the server's host name"
-    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2, so it goes first.
-    if isinstance(exc, NewConnectionError):
-        if isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc).lower():
-            return "connection refused"
-        return "cannot connect to the server"
-    if isinstance(exc, ConnectTimeoutError):
+    if isinstance(exc, ConnectTimeout):
         return f"connect timed out after {connect_timeout or timeout:g} s"
-    if isinstance(exc, ReadTimeoutError | TimeoutError):
+    if isinstance(exc, ReadTimeout):
         return f"timed out after {timeout:g} s"
-    if isinstance(exc, SSLError):
-        return "TLS handshake failed"
-    if isinstance(exc, ProtocolError | ConnectionError):
-        return "the server closed the connection"
-    if isinstance(exc, HTTPError | OSError):
+    if isinstance(exc, UpstreamError):
+        return str(exc)
+    if isinstance(exc, OSError):
         return f"request failed ({type(exc).__name__})"
     raise exc
 
@@ -111,12 +97,11 @@ def probe_server(
             headers=headers,
             read_timeout=timeout,
             connect_timeout=timeout,
-            stream=True,
         )
         try:
-            body = response.read(MAX_MODELS_BODY + 1)
+            body = response.read(MAX_MODELS_BODY)
         finally:
-            response.release_conn()
+            response.release()
     except Exception as exc:  # noqa: BLE001 - describe_failure re-raises what it does not know
         elapsed = (time.perf_counter() - started) * 1000
         return ProbeResult(False, None, elapsed, describe_failure(exc, timeout))

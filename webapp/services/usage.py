@@ -50,8 +50,42 @@ def token_counts(usage: dict[str, Any] | None) -> tuple[int | None, int | None, 
     return number("prompt_tokens"), number("completion_tokens"), number("total_tokens")
 
 
+COLUMNS = (
+    "created_at",
+    "request_id",
+    "endpoint",
+    "model",
+    "server_id",
+    "client",
+    "status",
+    "streamed",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "attempts",
+    "error",
+)
+
+
 def _write(items: list[dict[str, Any]]) -> None:
-    db.session.execute(sa.insert(UsageRecord), items)
+    """One executemany straight to the driver.
+
+    The writer runs on the gevent hub's thread, so every millisecond here delays
+    requests; the ORM's per-row work cost ~10 ms per thousand rows, the driver's own
+    loop a fraction of that.
+    """
+    connection = db.session.connection()
+    dialect = connection.dialect
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = "INSERT INTO usage_records ({}) VALUES ({})".format(
+        ", ".join(COLUMNS), ", ".join([marker] * len(COLUMNS))
+    )
+    # The UTC column type's own conversion, as the ORM would apply it.
+    stamp = UsageRecord.__table__.c.created_at.type.bind_processor(dialect)
+    rows = [(stamp(item["created_at"]), *(item[name] for name in COLUMNS[1:])) for item in items]
+    connection.exec_driver_sql(sql, rows)
 
 
 def make_recorder(app: Flask) -> BatchWriter:
