@@ -77,7 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["upstream"] = upstream
     app.extensions["instance_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    from webapp.blueprints import admin, errors, status
+    from webapp.blueprints import admin, docs, errors, status
     from webapp.proxy import ProxyApp, V1Dispatcher
     from webapp.services.routing import RoutingTable
     from webapp.services.usage import make_recorder
@@ -85,6 +85,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(errors.bp)
     app.register_blueprint(status.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(docs.bp)
 
     with app.app_context():
         if database_url.startswith("sqlite"):
