@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Set up (first run) and start the gateway in the background; returns once /health answers.
+# Set up (first run) and start the gateway: gunicorn with gevent workers.
+#   ./start.sh               in the background; returns once /health answers
+#   ./start.sh --foreground  in the foreground (for supervisor or systemd)
 set -euo pipefail
+FOREGROUND=0
+[ "${1:-}" = "--foreground" ] && FOREGROUND=1
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 INSTANCE="${INSTANCE_PATH:-$ROOT/instance}"
@@ -21,7 +25,7 @@ fi
 mkdir -p "$INSTANCE/logs"
 chmod 700 "$INSTANCE"
 
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+if [ "$FOREGROUND" = 0 ] && [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "The gateway is already running (pid $(cat "$PIDFILE")); ./stop.sh stops it."
   exit 0
 fi
@@ -41,7 +45,13 @@ export INSTANCE_PATH="$INSTANCE"
 HOST="${HOST:-0.0.0.0}"
 PORT="${PORT:-8000}"
 export HOST PORT
-nohup .venv/bin/python wsgi.py >>"$LOG" 2>&1 &
+# Every open stream holds two sockets (client and backend) in a worker.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+GUNICORN=(.venv/bin/gunicorn -c deploy/gunicorn.conf.py --pid "$PIDFILE" wsgi:app)
+if [ "$FOREGROUND" = 1 ]; then
+  exec "${GUNICORN[@]}"
+fi
+nohup "${GUNICORN[@]}" >>"$LOG" 2>&1 &
 echo $! > "$PIDFILE"
 
 PROBE_HOST="$HOST"

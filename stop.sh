@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Stop the gateway started by start.sh: TERM, wait, then KILL.
+# Stop the gateway started by start.sh: TERM (gunicorn stops accepting and lets open
+# streams finish for up to GRACEFUL_TIMEOUT_SECONDS), wait, then KILL.
 set -euo pipefail
 cd "$(dirname "$0")"
 INSTANCE="${INSTANCE_PATH:-$(pwd)/instance}"
 PIDFILE="$INSTANCE/gateway.pid"
-WAIT="${STOP_TIMEOUT_SECONDS:-30}"
+WAIT=$(( ${GRACEFUL_TIMEOUT_SECONDS:-30} + 10 ))
 
 if [ ! -f "$PIDFILE" ]; then
   echo "No pid file at $PIDFILE: the gateway is not running."

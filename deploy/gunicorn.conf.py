@@ -22,3 +22,10 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def worker_exit(server, worker) -> None:
+    """Hand the health lease back and write queued usage before the worker goes."""
+    import wsgi
+
+    wsgi.stop_background(wsgi.app)
