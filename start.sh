@@ -34,13 +34,37 @@ if [ -z "${ADMIN_API_KEY:-}" ]; then
   KEYFILE="$INSTANCE/admin_api_key"
   if [ ! -s "$KEYFILE" ]; then
     (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$KEYFILE")
-    echo "Generated an admin API key (shown once; it is kept in $KEYFILE, mode 600):"
-    echo "  $(cat "$KEYFILE")"
+    # Under supervisor or systemd stdout is a log file: name the file, never the secret.
+    if [ "$FOREGROUND" = 1 ]; then
+      echo "Generated an admin API key into $KEYFILE (mode 600)."
+    else
+      echo "Generated an admin API key (shown once; it is kept in $KEYFILE, mode 600):"
+      echo "  $(cat "$KEYFILE")"
+    fi
   fi
   ADMIN_API_KEY=$(cat "$KEYFILE")
   export ADMIN_API_KEY
 fi
 export INSTANCE_PATH="$INSTANCE"
+
+# First start: a dashboard user "admin" with a random password, shown once and kept in
+# instance/admin_password (mode 600). Once any user exists this does nothing.
+NEW_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(18))')
+CREATED=$(printf '%s\n' "$NEW_PASSWORD" \
+  | .venv/bin/python -m flask --app wsgi create-user admin --admin --if-no-users)
+case "$CREATED" in
+  "created user"*)
+    PWFILE="$INSTANCE/admin_password"
+    (umask 077; printf '%s\n' "$NEW_PASSWORD" > "$PWFILE")
+    if [ "$FOREGROUND" = 1 ]; then
+      echo "Created the dashboard user admin; its password is in $PWFILE (mode 600)."
+    else
+      echo "Created the dashboard user admin; its password (shown once; kept in $PWFILE, mode 600):"
+      echo "  $NEW_PASSWORD"
+    fi
+    ;;
+esac
+unset NEW_PASSWORD CREATED
 
 HOST="${HOST:-0.0.0.0}"
 PORT="${PORT:-8000}"

@@ -6,6 +6,7 @@ monkey.patch_all()
 
 import gc  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -20,10 +21,16 @@ try:
 except ConfigError as exc:
     sys.stderr.write(f"configuration error: {exc}\n")
     sys.exit(2)
-start_background(app)
+# ``flask --app wsgi create-user`` imports this module too: a command must not start
+# the health checker (it would take the lease and leave with it).
+if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+    start_background(app)
 # Everything loaded so far lives as long as the process: keep it out of the garbage
 # collector's full passes, which otherwise stall every request for milliseconds.
 gc.freeze()
+# Background writers run SQLite in native threads; a short switch interval hands the
+# GIL back to the gevent hub within a millisecond instead of five.
+sys.setswitchinterval(0.001)
 
 
 def serve() -> None:
@@ -50,14 +57,15 @@ def serve() -> None:
     server = WSGIServer(listener, app, log=None, handler_class=Handler)
 
     def shutdown() -> None:
-        # Stop accepting, let requests in flight finish, hand the health lease back.
-        server.stop(timeout=30)
-        stop_background(app)
+        # Stop accepting and let requests in flight finish; serve_forever then returns.
+        server.stop(timeout=float(os.environ.get("GRACEFUL_TIMEOUT_SECONDS") or 30))
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(shutdown))
     gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(shutdown))
     logging.getLogger("gateway.api").info("listening on %s:%s", host, listener.getsockname()[1])
     server.serve_forever()
+    # Hand the health lease back and write queued usage before the process ends.
+    stop_background(app)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,21 @@ from pathlib import Path
 import pytest
 
 from tests.backends import DemoBackend
+from tests.databases import Databases, postgres_unavailable
 from tests.gateway import ADMIN_KEY, GatewayProcess
 from webapp import create_app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def databases(request) -> Iterator[Databases]:
+    """Run each database-touching test on SQLite and on the PostgreSQL at 127.0.0.1:5432."""
+    if request.param == "postgresql":
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(reason)
+    handed_out = Databases(request.param)
+    yield handed_out
+    handed_out.drop_all()
 
 
 @pytest.fixture
@@ -35,13 +48,16 @@ def backend(backend_factory) -> DemoBackend:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+def gateway_factory(tmp_path: Path, databases: Databases) -> Iterator[Callable[..., GatewayProcess]]:
     """Start gateway processes (each with its own or a shared instance folder)."""
     started: list[GatewayProcess] = []
 
-    def start(env: dict[str, str] | None = None, instance: Path | None = None) -> GatewayProcess:
+    def start(
+        env: dict[str, str] | None = None, instance: Path | None = None, gunicorn: bool = False
+    ) -> GatewayProcess:
         folder = instance or tmp_path / f"instance{len(started)}"
-        gateway = GatewayProcess(folder, env)
+        env = {"DATABASE_URL": databases.url_for(folder), **(env or {})}
+        gateway = GatewayProcess(folder, env, gunicorn=gunicorn)
         started.append(gateway)
         return gateway.start()
 
@@ -57,11 +73,13 @@ def gateway(gateway_factory) -> GatewayProcess:
 
 
 @pytest.fixture
-def app(tmp_path: Path):
+def app(tmp_path: Path, databases: Databases):
     """An in-process app for fast checks through Flask's test client (no checker running)."""
+    instance = tmp_path / "app-instance"
     return create_app(
         {
-            "INSTANCE_PATH": str(tmp_path / "app-instance"),
+            "INSTANCE_PATH": str(instance),
+            "DATABASE_URL": databases.url_for(instance),
             "ADMIN_API_KEY": ADMIN_KEY,
             "ALLOWED_BACKEND_NETWORKS": "127.0.0.0/8,::1/128",
             "HEALTH_CHECK_TIMEOUT_SECONDS": 2,

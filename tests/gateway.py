@@ -19,8 +19,16 @@ ADMIN_KEY = "test-admin-key-0123456789abcdef"
 class GatewayProcess:
     """A gateway on a loopback port with its own instance folder (database, logs, secrets)."""
 
-    def __init__(self, instance: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        instance: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        gunicorn: bool = False,
+    ):
+        """``gunicorn=True`` runs the production server (``WORKERS`` in ``env``), else ``python wsgi.py``."""
         self.instance = Path(instance)
+        self.gunicorn = gunicorn
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -32,6 +40,7 @@ class GatewayProcess:
             "HEALTH_CHECK_INTERVAL_SECONDS": "60",
             "HEALTH_CHECK_TIMEOUT_SECONDS": "2",
             "LOG_LEVEL": "DEBUG",
+            "GRACEFUL_TIMEOUT_SECONDS": "10",
         }
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
@@ -43,8 +52,12 @@ class GatewayProcess:
         env.update(self.env)
         self.instance.mkdir(parents=True, exist_ok=True)
         self.stderr_path = self.instance / "stderr.txt"
+        command = [sys.executable, str(ROOT / "wsgi.py")]
+        if self.gunicorn:
+            gunicorn = str(Path(sys.executable).parent / "gunicorn")
+            command = [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "wsgi:app"]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "wsgi.py")],
+            command,
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -55,10 +68,10 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.stderr_path.read_text()[-2000:]}")
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or workers still loading
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(
@@ -67,10 +80,12 @@ class GatewayProcess:
 
     def stop(self) -> None:
         """Stop gracefully (TERM), then kill if it lingers."""
+        # An idle keep-alive connection would hold a gunicorn worker until its timeout.
+        self.session.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -94,6 +109,19 @@ class GatewayProcess:
         response = self.admin("POST", "/admin/register", json=payload)
         assert response.status_code == 201, response.text
         return response.json()
+
+    def wait_routable(self, model: str = "demo-model", timeout: float = 15.0) -> None:
+        """Poll until every worker routes ``model`` (fresh connections spread over workers)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = [
+                requests.get(self.url + "/v1/models", headers={"Connection": "close"}, timeout=10).json()
+                for _ in range(12)
+            ]
+            if all(any(m["id"] == model for m in body["data"]) for body in listed):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{model} not routable by every worker within {timeout} s")
 
     def log_text(self) -> str:
         """Everything the gateway logged: the log file and the console."""

@@ -10,10 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from flask_migrate import Migrate
 
 from webapp import logs, requestio
 from webapp.config import Config, apply_settings, effective_settings, load_or_create_secret
 from webapp.extensions import db
+from webapp.schema import MIGRATIONS, migrate_database
 from webapp.upstream import Upstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +70,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     logs.configure(app)
     db.init_app(app)
+    Migrate(app, db, directory=MIGRATIONS)
     requestio.init_app(app)
     upstream = Upstream(
         app.config["ALLOWED_BACKEND_NETWORKS"],
@@ -77,7 +80,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["upstream"] = upstream
     app.extensions["instance_id"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    from webapp.blueprints import admin, docs, errors, status
+    from webapp import backup, metrics
+    from webapp.blueprints import admin, dashboard, docs, errors, status
     from webapp.proxy import ProxyApp, V1Dispatcher
     from webapp.services.routing import RoutingTable
     from webapp.services.usage import make_recorder
@@ -86,11 +90,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(status.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(docs.bp)
+    dashboard.init_app(app)
+    app.register_blueprint(metrics.bp)
+    backup.init_app(app)
 
     with app.app_context():
         if database_url.startswith("sqlite"):
             sa.event.listen(db.engine, "connect", _sqlite_pragmas)
-        db.create_all()
+        migrate_database(app)
         routing = RoutingTable(app)
         routing.refresh()
     usage = make_recorder(app)

@@ -248,7 +248,49 @@ SETTINGS: tuple[Setting, ...] = (
         "Where rate-limit counters live: `memory://` (per process) or `redis://host:6379`.",
     ),
     _seconds(
-        "USAGE_FLUSH_SECONDS", 1, "How often recorded usage is written to the database.", 0.1, 60
+        "USAGE_FLUSH_SECONDS", 0.5, "How often recorded usage is written to the database.", 0.1, 60
+    ),
+    Setting(
+        "TRUSTED_PROXIES",
+        parse_networks,
+        (),
+        "Comma-separated CIDRs of reverse proxies (nginx) whose `X-Forwarded-For` is believed "
+        "for the client IP; empty: the socket's address is the client.",
+    ),
+    Setting(
+        "METRICS_TOKEN",
+        _parse_str,
+        "",
+        "When set, `/metrics` needs `Authorization: Bearer <token>`.",
+        secret=True,
+    ),
+    _seconds(
+        "DASHBOARD_REFRESH_SECONDS",
+        10,
+        "How often the dashboard's tables and figures refresh themselves (htmx polling).",
+        1,
+        3600,
+    ),
+    Setting(
+        "SESSION_COOKIE_SECURE",
+        _parse_bool,
+        False,
+        "Send the dashboard's session cookie over HTTPS only; turn on when users reach the "
+        "gateway through TLS.",
+    ),
+    _seconds(
+        "SESSION_LIFETIME_HOURS",
+        12,
+        "A dashboard login ends after this many hours without a request.",
+        0.01,
+        24 * 90,
+    ),
+    Setting(
+        "HTMX_URL",
+        _parse_str,
+        "https://unpkg.com/htmx.org@2.0.11/dist/htmx.min.js",
+        "Where dashboard pages load htmx from: the pinned CDN URL (loaded with SRI) or "
+        "`/static/vendor/htmx.min.js`, the vendored copy, for networks without internet.",
     ),
     Setting(
         "ALLOWED_BACKEND_NETWORKS",

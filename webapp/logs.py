@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import deque
-from logging.handlers import RotatingFileHandler
+from logging.handlers import RotatingFileHandler, WatchedFileHandler
 
 from flask import Flask, g, has_request_context
 
@@ -68,7 +68,11 @@ def configure(app: Flask) -> None:
     if log_file != "-":
         path = log_file or os.path.join(app.instance_path, "logs", "gateway.log")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        handlers.append(RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5))
+        if os.environ.get("GATEWAY_LOG_ROTATION") == "external":
+            # Several processes append to one file; rotation belongs to logrotate.
+            handlers.append(WatchedFileHandler(path))
+        else:
+            handlers.append(RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5))
         app.config["LOG_FILE_PATH"] = path
     recent = RecentLines()
     handlers.append(recent)

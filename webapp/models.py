@@ -149,3 +149,25 @@ class UsageRecord(db.Model):
     ttft_ms: so.Mapped[float | None] = so.mapped_column(sa.Float)
     attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
     error: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+
+
+class User(db.Model):
+    """A dashboard account. Only a password hash is kept (werkzeug's scrypt)."""
+
+    __tablename__ = "users"
+
+    id: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    username: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True, index=True)
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(256))
+    role: so.Mapped[str] = so.mapped_column(sa.String(16), default="admin")
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+    # What Flask-Login asks of a user object; written out so the tables need no Flask-Login.
+    is_active = True
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The id Flask-Login keeps in the session."""
+        return str(self.id)

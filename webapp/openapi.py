@@ -283,6 +283,7 @@ SCHEMAS: dict[str, Schema] = {
             "database": field("string", enum=["ok", "unreachable"]),
             "holds_health_lease": field("boolean", "Whether this process runs the probes."),
             "health_checker_running": field("boolean"),
+            "worker_pid": field("integer", "The process that answered (one of the workers)."),
             "servers": obj({k: field("integer") for k in (*HEALTH_STATES, "active")}),
             "last_cycle": obj(
                 {

@@ -15,11 +15,12 @@ the answer through (streams chunk by chunk, never buffered) → queue a usage re
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -31,7 +32,8 @@ from webapp.services.netpolicy import AddressRefused, BackendURLError
 from webapp.services.probe import describe_failure
 from webapp.services.routing import Candidate, RoutingTable
 from webapp.services.usage import extract_usage, token_counts
-from webapp.upstream import Upstream, UpstreamError
+from webapp.streaming import StreamRelay
+from webapp.upstream import Upstream
 
 log = logging.getLogger("gateway.proxy")
 
@@ -108,6 +110,14 @@ def key_id(key: str) -> str:
     return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 class RequestState:
     """What one request carries from parsing to its usage record."""
 
@@ -136,6 +146,7 @@ class ProxyApp:
         self.read_timeout = config["REQUEST_TIMEOUT_SECONDS"]
         self.connect_timeout = config["CONNECT_TIMEOUT_SECONDS"]
         self.require_auth = config["REQUIRE_CLIENT_AUTH"]
+        self.trusted = config["TRUSTED_PROXIES"]
         keys = [k.strip() for k in config["CLIENT_API_KEYS"].split(",") if k.strip()]
         self.client_keys = {hashlib.sha256(k.encode()).digest(): key_id(k) for k in keys}
         self.limiter = None
@@ -149,11 +160,23 @@ class ProxyApp:
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if incoming and REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
-        state = RequestState(request_id, environ.get("REMOTE_ADDR") or "-")
+        state = RequestState(request_id, self._client_ip(environ))
         try:
             return self._dispatch(environ, start_response, state)
         except GatewayError as error:
             return self._error(start_response, error, state)
+
+    def _client_ip(self, environ: dict) -> str:
+        """The client's address: the socket's, or X-Forwarded-For's when a trusted proxy sent it."""
+        peer = environ.get("REMOTE_ADDR") or "-"
+        if not self.trusted or not _within(peer, self.trusted):
+            return peer
+        hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        # Walk back from the nearest hop; the first address not ours is the client.
+        for hop in reversed(hops):
+            if not _within(hop, self.trusted):
+                return hop[:64]
+        return peer
 
     def _dispatch(self, environ: dict, start_response: StartResponse, state: RequestState):
         path = environ.get("PATH_INFO", "")
@@ -164,6 +187,7 @@ class ProxyApp:
             if method != "POST":
                 raise GatewayError(f"{path} takes POST", status=405, code="method_not_allowed")
             state.endpoint = endpoint
+            self._rate_limit(state)
             return self._forward(environ, start_response, state)
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
@@ -172,7 +196,7 @@ class ProxyApp:
         raise NotFound(f"no such endpoint {path}; see /openapi.json")
 
     def _authenticate(self, environ: dict, state: RequestState) -> None:
-        """Identify the client by key (when it sent a known one) or by IP; enforce auth/limits."""
+        """Identify the client by key (when it sent a known one) or by IP; enforce auth."""
         header = environ.get("HTTP_AUTHORIZATION", "")
         identity = None
         if header[:7].lower() == "bearer ":
@@ -185,6 +209,9 @@ class ProxyApp:
                     "the API key is not valid for this gateway", code="invalid_api_key"
                 )
             raise AuthenticationFailed("send a client key as 'Authorization: Bearer <key>'")
+
+    def _rate_limit(self, state: RequestState) -> None:
+        """Count a model call against the client's RATE_LIMIT (listing models is free)."""
         if self.limiter is not None:
             wait = self.limiter.hit(state.client)
             if wait is not None:
@@ -387,9 +414,7 @@ class ProxyApp:
     @staticmethod
     def _headers_from(response, candidate: Candidate, state: RequestState) -> list[tuple[str, str]]:
         headers = [
-            (name, value)
-            for name, value in response.headers
-            if name.lower() not in HOP_HEADERS
+            (name, value) for name, value in response.headers if name.lower() not in HOP_HEADERS
         ]
         headers.append(("X-Gateway-Server-ID", candidate.id))
         headers.append(("X-Request-ID", state.request_id))
@@ -406,22 +431,6 @@ class ProxyApp:
         usage = extract_usage(data) if response.status < 300 else None
         self.record(state, candidate.id, response.status, usage, None, None)
         return [data]
-
-    @staticmethod
-    def usage_in_stream(chunk: bytes, strip: bool) -> tuple[dict | None, bytes]:
-        """Find the usage of a stream; when we asked for it ourselves, hide it from the client."""
-        usage = None
-        kept = []
-        for event in chunk.split(b"\n\n"):
-            if b'"usage":{' in event or b'"usage": {' in event:
-                usage = extract_usage(event) or usage
-                if strip and (b'"choices":[]' in event or b'"choices": []' in event):
-                    continue
-            kept.append(event)
-        out = b"\n\n".join(kept)
-        if strip:
-            out = out.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
-        return usage, out
 
     def record(self, state, server_id, status, usage, ttft, error) -> None:
         """Queue the usage record of a finished request (written later, in a batch)."""
@@ -445,82 +454,6 @@ class ProxyApp:
                 "error": error[:300] if error else None,
             }
         )
-
-
-class StreamRelay:
-    """The iterable a streamed answer is: SSE bytes passed on as they arrive.
-
-    A class rather than a generator so that ``close()`` (which the WSGI server calls when
-    the client goes away, even before the first chunk) always closes the upstream
-    connection, so the backend stops generating.
-    """
-
-    def __init__(self, proxy: ProxyApp, response, candidate: Candidate, state, strip: bool):
-        self.proxy = proxy
-        self.response = response
-        self.candidate = candidate
-        self.state = state
-        self.strip = strip
-        self.usage: dict | None = None
-        self.ttft: float | None = None
-        self.error: str | None = None
-        self.completed = False
-        self.finished = False
-
-    def start(self, start_response: StartResponse) -> StreamRelay:
-        """Send the response headers; the body follows as the server iterates."""
-        headers = [
-            (name, value)
-            for name, value in self.proxy._headers_from(self.response, self.candidate, self.state)
-            if name.lower() not in ("cache-control", "x-accel-buffering")
-        ]
-        headers.append(("Cache-Control", "no-cache"))
-        headers.append(("X-Accel-Buffering", "no"))
-        start_response("200 OK", headers)
-        return self
-
-    def __iter__(self) -> Iterator[bytes]:
-        state = self.state
-        try:
-            for chunk in self.response.iter_body():
-                if self.ttft is None:
-                    self.ttft = (time.perf_counter() - state.started) * 1000
-                if b'"usage"' in chunk:
-                    found, chunk = ProxyApp.usage_in_stream(chunk, self.strip)
-                    self.usage = found or self.usage
-                    if not chunk:
-                        continue
-                yield chunk
-            self.completed = True
-        except (UpstreamError, OSError) as exc:
-            self.error = describe_failure(exc, self.proxy.read_timeout)
-            log.warning("server %s failed mid-stream: %s", self.candidate.id, self.error)
-            event = {
-                "error": {
-                    "message": f"the model server failed mid-stream: {self.error}",
-                    "type": "server_error",
-                    "code": "upstream_stream_error",
-                    "param": None,
-                }
-            }
-            yield b"data: " + json.dumps(event).encode() + b"\n\n"
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Release or close the upstream connection and record usage, exactly once."""
-        if self.finished:
-            return
-        self.finished = True
-        self.proxy.routing.inflight[self.candidate.id] -= 1
-        if not self.completed:
-            # The client left or the backend broke: close so the backend stops generating.
-            self.response.close()
-        error = self.error
-        if not self.completed and error is None:
-            error = "client disconnected"
-        status = 502 if self.error else 200
-        self.proxy.record(self.state, self.candidate.id, status, self.usage, self.ttft, error)
 
 
 class V1Dispatcher:

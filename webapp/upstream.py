@@ -17,6 +17,7 @@ answer was seen, which is safe because the backend never read that request.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
@@ -246,9 +247,27 @@ class Upstream:
         else:
             conn.close()
 
+    @staticmethod
+    def _open(host: str, port: int, timeout: float) -> socket.socket:
+        """A connected TCP socket. An address literal skips the resolver: under gevent every
+        lookup is a trip through a small thread pool, which a burst of a thousand new
+        streams turns into a queue of seconds."""
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:
+            return socket.create_connection((host, port), timeout=timeout)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def _connect(self, tls: bool, host: str, port: int, timeout: float) -> Connection:
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = self._open(host, port, timeout)
         except TimeoutError:
             raise ConnectTimeout("connect timed out") from None
         except ConnectionRefusedError:

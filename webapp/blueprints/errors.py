@@ -1,8 +1,9 @@
-"""One error shape per audience: the OpenAI JSON shape for the APIs.
+"""One error shape per audience: the OpenAI JSON shape for the APIs, HTML for people.
 
 Every API error, deliberate or not, leaves as ``{"error": {"message", "type",
 "code", "param"}}`` so OpenAI clients raise the matching exception and scripts can
-read ``param`` to see which field was wrong.
+read ``param`` to see which field was wrong. Dashboard requests get the same message
+as a page, or as a fragment that the dashboard shows in a toast.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from webapp.errors import GatewayError
+from webapp.htmx import dashboard_error, is_dashboard_request
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger("gateway.api")
@@ -40,6 +42,8 @@ def error_response(error: GatewayError) -> Response:
 @bp.app_errorhandler(GatewayError)
 def handle_gateway_error(error: GatewayError) -> Response:
     """Deliberate errors raised by services and blueprints."""
+    if is_dashboard_request():
+        return dashboard_error(error.status, error.message, error.headers)
     return error_response(error)
 
 
@@ -47,6 +51,8 @@ def handle_gateway_error(error: GatewayError) -> Response:
 def handle_http_exception(error: HTTPException) -> Response:
     """Werkzeug's own errors (unknown route, wrong method, body too large) in the same shape."""
     status = error.code or 500
+    if is_dashboard_request():
+        return dashboard_error(status, error.description or error.name)
     kind, code = HTTP_TYPES.get(status, ("server_error", "http_error"))
     message = error.description or error.name
     if status == 413:
@@ -67,6 +73,10 @@ def handle_unexpected(error: Exception) -> Response:
     """A bug: log it with the request id, answer 500 without internals."""
     log.exception("unhandled error")
     request_id = getattr(g, "request_id", "-")
+    if is_dashboard_request():
+        return dashboard_error(
+            500, f"Something went wrong; quote request id {request_id} when reporting it."
+        )
     return error_response(
         GatewayError(f"internal error; quote request id {request_id} when reporting it")
     )

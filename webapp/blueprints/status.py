@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
@@ -25,6 +26,7 @@ def health_status():
         "database": "ok",
         "holds_health_lease": bool(checker and checker.holds_lease),
         "health_checker_running": checker is not None,
+        "worker_pid": os.getpid(),
     }
     try:
         counts = db.session.execute(

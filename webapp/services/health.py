@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from gevent.pool import Pool
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import HEALTHY, UNHEALTHY, HealthCheck, HealthLease, Server, utcnow
 from webapp.services import lease
@@ -40,7 +41,7 @@ HISTORY_KEPT = 100
 def probe(server_url: str, api_key: str | None, expected_model: str | None) -> ProbeResult:
     """Probe with this app's settings, pools and network policy."""
     config = current_app.config
-    return probe_server(
+    result = probe_server(
         current_app.extensions["upstream"],
         server_url,
         api_key,
@@ -48,6 +49,8 @@ def probe(server_url: str, api_key: str | None, expected_model: str | None) -> P
         config["HEALTH_CHECK_TIMEOUT_SECONDS"],
         config["ALLOWED_BACKEND_NETWORKS"],
     )
+    metrics.observe_probe(result.ok, result.response_ms / 1000 if result.response_ms else None)
+    return result
 
 
 def record_result(server: Server, result: ProbeResult, source: str, reactivate: bool) -> None:

@@ -23,6 +23,7 @@ from itertools import count
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import HEALTHY, Server, utcnow
 from webapp.services import health
@@ -89,6 +90,7 @@ class RoutingTable:
         self._turns: dict[str, count] = {}
         self._failed_at: dict[str, datetime] = {}
         self._cooldown_until: dict[str, float] = {}
+        self._seen_servers: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passive = BatchWriter(app, "passive-health", self._write_failures, 0.2)
@@ -136,6 +138,10 @@ class RoutingTable:
             if server_id not in checked or (last_probe and last_probe > failed_at):
                 del self._failed_at[server_id]
         self.models = models
+        states = [(r.id, r.model_name, r.is_active and r.health_status == HEALTHY) for r in rows]
+        seen = {(server_id, model) for server_id, model, _ in states}
+        metrics.observe_servers(states, self._seen_servers - seen)
+        self._seen_servers = seen
 
     def refresh_now(self) -> None:
         """Reload at once after a change made by this process (admin API)."""
@@ -200,6 +206,7 @@ class RoutingTable:
         """Take a server out of rotation now; mark it unhealthy in the database soon."""
         self._failed_at[candidate.id] = utcnow()
         self.passive.add((candidate.id, reason))
+        metrics.observe_failure(reason)
         log.warning(
             "server %s (%s) failed a request: %s", candidate.id, candidate.model_name, reason
         )
