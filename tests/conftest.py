@@ -48,7 +48,9 @@ def backend(backend_factory) -> DemoBackend:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path, databases: Databases) -> Iterator[Callable[..., GatewayProcess]]:
+def gateway_factory(
+    tmp_path: Path, databases: Databases
+) -> Iterator[Callable[..., GatewayProcess]]:
     """Start gateway processes (each with its own or a shared instance folder)."""
     started: list[GatewayProcess] = []
 

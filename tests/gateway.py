@@ -115,7 +115,9 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             listed = [
-                requests.get(self.url + "/v1/models", headers={"Connection": "close"}, timeout=10).json()
+                requests.get(
+                    self.url + "/v1/models", headers={"Connection": "close"}, timeout=10
+                ).json()
                 for _ in range(12)
             ]
             if all(any(m["id"] == model for m in body["data"]) for body in listed):

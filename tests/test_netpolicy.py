@@ -33,21 +33,15 @@ def fake_resolver(*addresses: str):
         results = []
         for address in addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sockaddr = (
-                (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
-            )
-            results.append(
-                (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
-            )
+            sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+            results.append((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr))
         return results
 
     resolve.calls = calls  # type: ignore[attr-defined]
     return resolve
 
 
-def failing_resolver(
-    host: str, port: int, *args: object, **kwargs: object
-) -> list[tuple]:
+def failing_resolver(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
     """Fails the test if called: literal hosts must be judged without a lookup."""
     raise AssertionError(f"resolver must not be called for literal host {host!r}")
 
@@ -399,9 +393,7 @@ def test_any_refused_address_among_public_ones_refuses_the_host(
     addresses: tuple[str, ...], refused: str
 ) -> None:
     with pytest.raises(AddressRefused) as info:
-        resolve_and_check(
-            "http://rebind.example.com/", (), resolver=fake_resolver(*addresses)
-        )
+        resolve_and_check("http://rebind.example.com/", (), resolver=fake_resolver(*addresses))
     message = str(info.value)
     assert refused in message
     assert '"rebind.example.com"' in message
@@ -411,9 +403,10 @@ def test_any_refused_address_among_public_ones_refuses_the_host(
 def test_mixed_resolution_passes_when_private_part_is_allowed() -> None:
     resolver = fake_resolver("8.8.8.8", "10.0.0.1")
     allowed = parse_networks("10.0.0.0/8")
-    assert resolve_and_check(
-        "http://mixed.example.com/", allowed, resolver=resolver
-    ) == ["8.8.8.8", "10.0.0.1"]
+    assert resolve_and_check("http://mixed.example.com/", allowed, resolver=resolver) == [
+        "8.8.8.8",
+        "10.0.0.1",
+    ]
 
 
 def test_unresolvable_host_is_a_url_error() -> None:
@@ -430,9 +423,7 @@ def test_resolver_failure_is_a_url_error(error: Exception) -> None:
     def resolver(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
         raise error
 
-    with pytest.raises(
-        BackendURLError, match='cannot resolve host "backend.example.com"'
-    ):
+    with pytest.raises(BackendURLError, match='cannot resolve host "backend.example.com"'):
         resolve_and_check("http://backend.example.com/", (), resolver=resolver)
 
 

@@ -353,7 +353,9 @@ def test_client_auth_and_rate_limit(gateway_factory, backend):
         good.chat.completions.create(model="demo-model", messages=MESSAGES)
     assert int(caught.value.response.headers["retry-after"]) >= 1
     # Another key has its own budget.
-    assert client_for(gateway, api_key="class-key-2").chat.completions.create(model="demo-model", messages=MESSAGES)
+    assert client_for(gateway, api_key="class-key-2").chat.completions.create(
+        model="demo-model", messages=MESSAGES
+    )
     assert "class-key-1" not in gateway.log_text()
 
 

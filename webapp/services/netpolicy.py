@@ -195,15 +195,11 @@ def _parse_url(url: str) -> _ParsedURL:
     if not text:
         raise BackendURLError("The backend URL is empty.")
     if len(text) > MAX_URL_LENGTH:
-        raise BackendURLError(
-            f"The backend URL is too long (maximum {MAX_URL_LENGTH} characters)."
-        )
+        raise BackendURLError(f"The backend URL is too long (maximum {MAX_URL_LENGTH} characters).")
     # urlsplit silently drops tabs and newlines, so "http://127.0.0.1\n.example.com" would
     # be judged differently from what another parser sees; refuse instead of guessing.
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
-        raise BackendURLError(
-            "The backend URL must not contain spaces or control characters."
-        )
+        raise BackendURLError("The backend URL must not contain spaces or control characters.")
     if "\\" in text:
         raise BackendURLError("The backend URL must not contain backslashes.")
     # Checked on the raw text because urlsplit reports "http://h/?" and "http://h/" alike.
@@ -223,9 +219,7 @@ def _parse_url(url: str) -> _ParsedURL:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         if "://" not in text:
-            raise BackendURLError(
-                "The backend URL must start with http:// or https://."
-            )
+            raise BackendURLError("The backend URL must start with http:// or https://.")
         raise BackendURLError(
             f'The backend URL scheme "{scheme}" is not supported; use http:// or https://.'
         )
@@ -255,28 +249,20 @@ def _split_host_port(netloc: str) -> tuple[str, int | None]:
     ``BackendURLError`` that says what to fix.
     """
     if not netloc:
-        raise BackendURLError(
-            "The backend URL has no host; expected e.g. http://my-server:8000."
-        )
+        raise BackendURLError("The backend URL has no host; expected e.g. http://my-server:8000.")
     if netloc.startswith("["):
         end = netloc.find("]")
         if end == -1:
-            raise BackendURLError(
-                "The backend URL has an unterminated IPv6 address ([...)."
-            )
+            raise BackendURLError("The backend URL has an unterminated IPv6 address ([...).")
         host, rest = netloc[1:end], netloc[end + 1 :]
         if "%" in host:
-            raise BackendURLError(
-                "IPv6 zone ids (%...) are not supported in backend URLs."
-            )
+            raise BackendURLError("IPv6 zone ids (%...) are not supported in backend URLs.")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise BackendURLError(f'"[{host}]" is not a valid IPv6 address.') from None
         if rest and not rest.startswith(":"):
-            raise BackendURLError(
-                "Unexpected text after the IPv6 address in the backend URL."
-            )
+            raise BackendURLError("Unexpected text after the IPv6 address in the backend URL.")
         # Kept as written (only lower-cased), not canonicalised, so what the owner sees
         # on the form is recognisably what they typed.
         host = host.lower()
@@ -293,22 +279,16 @@ def _split_host_port(netloc: str) -> tuple[str, int | None]:
                 "The backend URL has no host; expected e.g. http://my-server:8000."
             )
         if ":" in host:
-            raise BackendURLError(
-                "Put IPv6 addresses in brackets, e.g. http://[2001:db8::1]:8000."
-            )
+            raise BackendURLError("Put IPv6 addresses in brackets, e.g. http://[2001:db8::1]:8000.")
         host = _validate_hostname(host)
 
     port: int | None = None
     if port_text:
         if not _PORT_RE.match(port_text):
-            raise BackendURLError(
-                f'The backend URL port "{port_text}" is not a number.'
-            )
+            raise BackendURLError(f'The backend URL port "{port_text}" is not a number.')
         port = int(port_text)
         if not 1 <= port <= 65535:
-            raise BackendURLError(
-                f"The backend URL port {port} is out of range (1-65535)."
-            )
+            raise BackendURLError(f"The backend URL port {port} is out of range (1-65535).")
     return host, port
 
 
@@ -324,9 +304,7 @@ def _validate_hostname(host: str) -> str:
                 f'The backend host "{host}" is not a valid domain name.'
             ) from None
     if len(host) > 253 or not _HOSTNAME_RE.match(host) or ".." in host:
-        raise BackendURLError(
-            f'The backend host "{host}" is not a valid host name or IP address.'
-        )
+        raise BackendURLError(f'The backend host "{host}" is not a valid host name or IP address.')
     # Surfaces malformed numeric hosts ("08.0.0.1", "4294967296") as URL errors early.
     _parse_ipv4_host(host)
     return host
@@ -418,9 +396,7 @@ def _refusal_reason(address: Address) -> str | None:
     if address.is_multicast:
         return "multicast address"
     if any(
-        address in network
-        for network in _PRIVATE_NETWORKS
-        if network.version == address.version
+        address in network for network in _PRIVATE_NETWORKS if network.version == address.version
     ):
         return "private address"
     if isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE:
@@ -473,18 +449,12 @@ def check_address(
     judged: Address = original
     if isinstance(original, ipaddress.IPv6Address) and original.ipv4_mapped is not None:
         judged = original.ipv4_mapped
-    if any(
-        judged in network for network in allowed if network.version == judged.version
-    ):
+    if any(judged in network for network in allowed if network.version == judged.version):
         return
     reason = _refusal_reason(judged)
     if reason is None:
         return
-    shown = (
-        str(original)
-        if judged is original
-        else f"{_format_address(original)} (IPv4 {judged})"
-    )
+    shown = str(original) if judged is original else f"{_format_address(original)} (IPv4 {judged})"
     raise AddressRefused(shown, reason, host=host, example=_example_network(judged))
 
 
