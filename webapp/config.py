@@ -248,7 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Where rate-limit counters live: `memory://` (per process) or `redis://host:6379`.",
     ),
     _seconds(
-        "USAGE_FLUSH_SECONDS", 0.5, "How often recorded usage is written to the database.", 0.1, 60
+        "USAGE_FLUSH_SECONDS", 0.1, "How often recorded usage is written to the database.", 0.05, 60
     ),
     Setting(
         "TRUSTED_PROXIES",
